@@ -1,5 +1,5 @@
 # The project's commands. Each one sets up .venv on first use (Python 3.11, no GPU needed).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
