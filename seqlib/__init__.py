@@ -14,5 +14,6 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.1.0"
 
 from seqlib.rnn import RNN, rnn_layer  # noqa: E402
+from seqlib.gated import GRU, LSTM  # noqa: E402
 
-__all__ = ["RNN", "rnn_layer", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "rnn_layer", "__version__"]
