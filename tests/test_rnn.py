@@ -162,3 +162,20 @@ def test_step_bad_state_and_input():
         net.step(None, torch.randn(5, 2))
     with pytest.raises(ValueError, match="bidirectional"):
         RNN(3, 4, bidirectional=True).step(None, torch.randn(5, 3))
+
+
+@pytest.mark.parametrize("batch_first,bidirectional", [(False, False), (True, True)])
+def test_variable_lengths_match_packed_sequences(batch_first, bidirectional):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    ref, ours = _pair(2, "tanh", True, batch_first, bidirectional)
+    T, B = 7, 4
+    x = torch.randn((B, T, 5) if batch_first else (T, B, 5))
+    lengths = torch.tensor([7, 3, 1, 5])
+    packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+    (y_ref, h_ref), (y, h) = ref(packed), ours(packed)
+    torch.testing.assert_close(y.data, y_ref.data, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
+    y_pad, h_len = ours(x, lengths=lengths)
+    y_ref_pad, _ = pad_packed_sequence(y_ref, batch_first=batch_first, total_length=T)
+    torch.testing.assert_close(y_pad, y_ref_pad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h_len, h_ref, atol=1e-5, rtol=1e-5)
