@@ -27,11 +27,12 @@ BACKENDS = ("auto", "torch", "triton")
 
 
 def resolve_backend(backend, x):
-    """'auto' means the Triton kernel on CUDA tensors and the PyTorch reference elsewhere."""
+    """'auto' means the Triton kernel on CUDA float32 tensors and the PyTorch reference elsewhere
+    (the kernels compute in float32; float64 and CPU tensors take the reference)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if x.is_cuda else "torch"
+        return "triton" if x.is_cuda and x.dtype == torch.float32 else "torch"
     return backend
 
 
