@@ -35,4 +35,4 @@ assign: $(STAMP)
 	$(PY) -m seqlib.classroom assign --out dist
 
 clean:
-	rm -rf _build dist .pytest_cache
+	rm -rf _build dist .pytest_cache tests/artifacts
