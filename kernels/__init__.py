@@ -1,6 +1,10 @@
 """Triton kernels of the book, importable as ``seqlib.kernels``; each one has a reference in seqlib.
 
     seqlib.kernels.rnn   fused Elman RNN recurrence (reference: ``seqlib.rnn.rnn_recurrence``)
+    seqlib.kernels.lstm  fused LSTM recurrence (reference: ``seqlib.gated.lstm_recurrence``)
+    seqlib.kernels.gru   fused GRU recurrence (reference: ``seqlib.gated.gru_recurrence``)
+
+``_common`` holds what they share (tiles, tanh, input checks, the interpreter guard).
 
 Each kernel module also lists ``AOT_CONFIGS`` (and, where needed, ``SPILL_OK``) for the
 ahead-of-time compile check, ``python -m seqlib.aot``.
@@ -14,7 +18,8 @@ import importlib
 import os
 import sys
 
-KERNEL_MODULES = ("rnn",)  # every kernel module; seqlib.aot compiles each one's AOT_CONFIGS
+# Every kernel module; seqlib.aot compiles each one's AOT_CONFIGS.
+KERNEL_MODULES = ("rnn", "lstm", "gru")
 
 
 def _enable_interpreter_without_cuda():

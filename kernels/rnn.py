@@ -52,18 +52,18 @@ exact either way. ``python -m seqlib.aot`` prints the registers, shared memory a
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from seqlib.kernels._common import (BLOCK_B, _tanh, block_sizes, check_float32, check_precision,
+                                    check_same_device, check_shape, num_warps_for,
+                                    require_interpreter_on_cpu)
 
 __all__ = ["rnn_recurrence_triton", "RNNRecurrence", "rnn_forward", "rnn_backward", "block_sizes",
            "num_warps_for", "AOT_CONFIGS", "SPILL_OK"]
 
 _NONLINEARITIES = ("tanh", "relu")
-_PRECISIONS = ("ieee", "tf32")
-BLOCK_B = 16  # batch rows per program; tl.dot needs every dimension >= 16 on a GPU
 
 
 def rnn_recurrence_triton(xw: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
@@ -103,22 +103,11 @@ class RNNRecurrence(torch.autograd.Function):
         return dxw, dh0, dw_hh, None, None
 
 
-def block_sizes(N: int) -> tuple[int, int]:
-    """(BLOCK_B, BLOCK_N) for a hidden size N: BLOCK_N is the next power of two >= max(N, 16)."""
-    return BLOCK_B, max(16, triton.next_power_of_2(N))
-
-
-def num_warps_for(precision: str) -> int:
-    """Warps per program. The fp32 FMA dot ("ieee") holds more operand copies per thread than the
-    tensor-core one, so it gets 8 warps to stay within 255 registers (see ``python -m seqlib.aot``)."""
-    return 8 if precision == "ieee" else 4
-
-
 def rnn_forward(xw, h0, w_hh, nonlinearity="tanh", precision="ieee", out=None):
     """Launch the forward kernel on checked inputs; ``out`` (T, B, N) lets a test pre-fill NaN."""
     T, B, N = xw.shape
     block_b, block_n = block_sizes(N)
-    _require_interpreter_on_cpu(xw)
+    require_interpreter_on_cpu(xw, "rnn_recurrence_triton")
     hs = torch.full_like(xw, float("nan")) if out is None else out
     grid = (triton.cdiv(B, block_b),)
     _rnn_fwd_kernel[grid](xw, h0, w_hh, hs, T, B, N, BLOCK_B=block_b, BLOCK_N=block_n,
@@ -134,7 +123,7 @@ def rnn_backward(dhs, hs, w_hh, nonlinearity="tanh", precision="ieee", out=None)
     """
     T, B, N = hs.shape
     block_b, block_n = block_sizes(N)
-    _require_interpreter_on_cpu(hs)
+    require_interpreter_on_cpu(hs, "rnn_recurrence_triton")
     if out is None:
         dxw = torch.full_like(hs, float("nan"))
         dh0 = torch.full((B, N), float("nan"), dtype=hs.dtype, device=hs.device)
@@ -148,12 +137,6 @@ def rnn_backward(dhs, hs, w_hh, nonlinearity="tanh", precision="ieee", out=None)
 
 
 # --------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _tanh(x):
-    # No tanh in tl under the interpreter; 2 sigmoid(2x) - 1 is exact and stable for large |x|.
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
 @triton.jit
@@ -220,46 +203,17 @@ def _rnn_bwd_kernel(dhs_ptr, hs_ptr, w_ptr, dxw_ptr, dh0_ptr, T, B, N,
 def _check_inputs(xw, h0, w_hh, nonlinearity, precision):
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    for name, t in (("xw", xw), ("h0", h0), ("w_hh", w_hh)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype != torch.float32:
-            raise TypeError(f"{name} must have dtype torch.float32, got {t.dtype} "
-                            "(the kernel computes in fp32; cast with .float())")
+    check_precision(precision)
+    check_float32(xw=xw, h0=h0, w_hh=w_hh)
     if xw.dim() != 3:
         raise ValueError(f"xw must have shape (T, B, N), got {tuple(xw.shape)}")
     T, B, N = xw.shape
     if B < 1 or N < 1:
         raise ValueError(f"xw must have B >= 1 and N >= 1, got shape {tuple(xw.shape)}")
-    if tuple(h0.shape) != (B, N):
-        raise ValueError(f"h0 must have shape (B, N) = {(B, N)} to match xw {tuple(xw.shape)}, "
-                         f"got {tuple(h0.shape)}")
-    if tuple(w_hh.shape) != (N, N):
-        raise ValueError(f"w_hh must have shape (N, N) = {(N, N)} to match xw {tuple(xw.shape)}, "
-                         f"got {tuple(w_hh.shape)}")
-    for name, t in (("h0", h0), ("w_hh", w_hh)):
-        if t.device != xw.device:
-            raise ValueError(f"{name} is on {t.device} but xw is on {xw.device}; "
-                             "all inputs must be on the same device")
-    if xw.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"xw must be on a cpu or cuda device, got {xw.device}")
+    check_shape("h0", h0, (B, N), "(B, N)", f"xw {tuple(xw.shape)}")
+    check_shape("w_hh", w_hh, (N, N), "(N, N)", f"xw {tuple(xw.shape)}")
+    check_same_device(xw, h0=h0, w_hh=w_hh)
     return xw.contiguous(), h0.contiguous(), w_hh.contiguous()
-
-
-def _require_interpreter_on_cpu(t):
-    if t.device.type == "cpu" and not _is_interpreted(_rnn_fwd_kernel):
-        raise RuntimeError(
-            "rnn_recurrence_triton got CPU tensors, but triton was imported without "
-            "TRITON_INTERPRET=1, so its kernels are compiled for a GPU. Set the environment "
-            "variable TRITON_INTERPRET=1 before triton is first imported (for example at the "
-            "top of the notebook, or import seqlib.kernels first), or move the tensors to CUDA. "
-            f"TRITON_INTERPRET is currently {os.environ.get('TRITON_INTERPRET')!r}.")
-
-
-def _is_interpreted(kernel) -> bool:
-    return type(kernel).__name__ == "InterpretedFunction"
 
 
 # --------------------------------------------------------------------------- ahead-of-time configs

@@ -3,7 +3,8 @@ what each one costs in registers, shared memory and spills.
 
     python -m seqlib.aot                  # compile (or reuse the cache) and print the table
     python -m seqlib.aot --refresh        # recompile even if the cache is current
-    python -m seqlib.aot --json out.json  # cache somewhere else
+    python -m seqlib.aot --module rnn     # one kernel family only
+    python -m seqlib.aot --json out.json  # cache as out.<module>.json instead of _build/aot/<module>.json
 
 Every module named in ``seqlib.kernels.KERNEL_MODULES`` lists ``AOT_CONFIGS``: one dict per
 compiled variant with ``id``, ``kernel`` (the attribute name of the ``@triton.jit`` function),
@@ -54,44 +55,62 @@ _TENSOR_CORE_OPS = re.compile(r"\b((?:HMMA|HGMMA|IMMA|IGMMA|QGMMA|DMMA|UTCHMMA|U
 
 
 def default_cache_path() -> Path:
-    """``_build/aot/resources.json`` under the project root (or the working directory)."""
+    """``_build/aot/resources.json`` under the project root (or the working directory); the
+    per-module caches sit beside it."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").exists():  # an installed copy, not a source tree
         root = Path.cwd()
     return root / "_build" / "aot" / "resources.json"
 
 
-def resource_table(archs=ARCHS, cache: str | Path | None = None, refresh: bool = False) -> list[dict]:
+def resource_table(archs=ARCHS, cache: str | Path | None = None, refresh: bool = False,
+                   modules=None) -> list[dict]:
     """One row per (kernel config, architecture), from the JSON cache if it is current.
 
-    The cache is current when the kernel sources, the triton version and ``archs`` are the same
-    as when it was written. Compiling everything takes a few seconds per kernel and arch.
+    ``modules`` picks kernel modules (e.g. ``["rnn"]``; default: all of ``KERNEL_MODULES``); each
+    module is cached on its own (``_build/aot/<module>.json``, or ``<cache stem>.<module>.json``),
+    so a chapter that shows one family's table compiles only that family when the cache is cold.
+    A module's cache is current when its source, the shared kernel files, the triton version and
+    ``archs`` are the same as when it was written. A compile takes a second or two per config.
     """
-    cache = Path(cache) if cache is not None else default_cache_path()
-    key = _cache_key(archs)
-    if cache.exists() and not refresh:
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("key") == key:
-                return data["rows"]
-        except (json.JSONDecodeError, KeyError):
-            pass
-    rows = compile_kernels(archs, cache.parent)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "rows": rows}, indent=1))
+    rows = []
+    for module in (modules or _kernel_modules()):
+        path = _module_cache_path(cache, module)
+        key = _cache_key(archs, module)
+        if path.exists() and not refresh:
+            try:
+                data = json.loads(path.read_text())
+                if data.get("key") == key:
+                    rows += data["rows"]
+                    continue
+            except (json.JSONDecodeError, KeyError):
+                pass
+        fresh = compile_kernels(archs, path.parent, modules=[module])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "rows": fresh}, indent=1))
+        rows += fresh
     return rows
 
 
-def compile_kernels(archs=ARCHS, out_dir: str | Path = "_build/aot") -> list[dict]:
-    """Compile every kernel config for every arch in a clean subprocess; cubins go to out_dir."""
+def _module_cache_path(cache, module) -> Path:
+    if cache is None:
+        return default_cache_path().parent / f"{module}.json"
+    cache = Path(cache)
+    return cache.with_name(f"{cache.stem}.{module}.json")
+
+
+def compile_kernels(archs=ARCHS, out_dir: str | Path = "_build/aot", modules=None) -> list[dict]:
+    """Compile every config of ``modules`` (default: all) for every arch in a clean subprocess;
+    cubins go to out_dir."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows_file = out_dir / "rows.json"
+    modules = list(modules or _kernel_modules())
+    rows_file = out_dir / f"rows.{'-'.join(modules)}.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9's default, without its warning
     env["TRITON_DUMP_PTXAS_LOG"] = "1"  # ptxas -v output: stack frame and spill bytes
     cmd = [sys.executable, "-m", "seqlib.aot", "--worker", "--out", str(out_dir),
-           "--arch", *map(str, archs)]
+           "--arch", *map(str, archs), "--module", *modules]
     with tempfile.TemporaryDirectory() as cache:  # a cold triton cache: every kernel really compiles
         env["TRITON_CACHE_DIR"] = cache
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -132,19 +151,21 @@ def _kernel_modules() -> list[str]:
     return list(seqlib.kernels.KERNEL_MODULES)
 
 
-def _cache_key(archs) -> str:
+def _cache_key(archs, module) -> str:
     from importlib.metadata import version
 
     h = hashlib.sha256(f"triton {version('triton')} archs {tuple(archs)}".encode())
     kernels_dir = Path(__file__).resolve().parents[1] / "kernels"
-    for name in ["__init__", *_kernel_modules()]:
+    for name in ["__init__", module]:
         path = kernels_dir / f"{name}.py"
         h.update(path.read_bytes() if path.exists() else name.encode())
+    for path in sorted(kernels_dir.glob("_[!_]*.py")):  # shared private modules (_common.py)
+        h.update(path.read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
 
 
-def _worker(archs, out_dir: Path) -> list[dict]:
+def _worker(archs, out_dir: Path, modules) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("seqlib.aot worker must run without TRITON_INTERPRET")
     import warnings
@@ -157,7 +178,7 @@ def _worker(archs, out_dir: Path) -> list[dict]:
     warnings.filterwarnings("ignore", category=UserWarning, module="triton")
     bindir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     rows = []
-    for modname in _kernel_modules():
+    for modname in modules:
         mod = importlib.import_module(f"seqlib.kernels.{modname}")
         spill_ok = getattr(mod, "SPILL_OK", {})
         for cfg in mod.AOT_CONFIGS:
@@ -240,17 +261,19 @@ def _parse_ptxas_log(log: str) -> dict | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m seqlib.aot", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, nargs="+", default=list(ARCHS), help="compute capabilities")
-    p.add_argument("--json", type=Path, default=None, help="cache file (default _build/aot/resources.json)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="cache file stem (default _build/aot/<module>.json per module)")
+    p.add_argument("--module", nargs="+", default=None, help="kernel modules (default: all)")
     p.add_argument("--refresh", action="store_true", help="recompile even if the cache is current")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        rows = _worker(args.arch, args.out)
-        (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+        rows = _worker(args.arch, args.out, args.module)
+        (args.out / f"rows.{'-'.join(args.module)}.json").write_text(json.dumps(rows, indent=1))
         return 0
     t0 = time.perf_counter()
-    rows = resource_table(args.arch, args.json, refresh=args.refresh)
+    rows = resource_table(args.arch, args.json, refresh=args.refresh, modules=args.module)
     print(format_table(rows, "text"))
     print(f"\n{len(rows)} cubins in {time.perf_counter() - t0:.1f} s")
     return 0
