@@ -17,3 +17,9 @@ from seqlib.rnn import RNN, rnn_layer  # noqa: E402
 from seqlib.gated import GRU, LSTM  # noqa: E402
 
 __all__ = ["RNN", "LSTM", "GRU", "rnn_layer", "__version__"]
+
+from seqlib.minrnn import MinGRU, MinLSTM  # noqa: E402
+from seqlib.lru import LRU  # noqa: E402
+from seqlib.newton import DiagonalGRU  # noqa: E402
+
+__all__ += ["MinGRU", "MinLSTM", "LRU", "DiagonalGRU"]
