@@ -3,6 +3,7 @@
     seqlib.kernels.rnn   fused Elman RNN recurrence (reference: ``seqlib.rnn.rnn_recurrence``)
     seqlib.kernels.lstm  fused LSTM recurrence (reference: ``seqlib.gated.lstm_recurrence``)
     seqlib.kernels.gru   fused GRU recurrence (reference: ``seqlib.gated.gru_recurrence``)
+    seqlib.kernels.scan  chunked linear scan, real and complex (reference: ``seqlib.scan.linear_scan``)
 
 ``_common`` holds what they share (tiles, tanh, input checks, the interpreter guard).
 
@@ -19,7 +20,7 @@ import os
 import sys
 
 # Every kernel module; seqlib.aot compiles each one's AOT_CONFIGS.
-KERNEL_MODULES = ("rnn", "lstm", "gru")
+KERNEL_MODULES = ("rnn", "lstm", "gru", "scan")
 
 
 def _enable_interpreter_without_cuda():

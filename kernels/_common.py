@@ -1,5 +1,6 @@
 """What the recurrent kernels (rnn, lstm, gru) share: tile sizes, the tanh they can all compile,
 input checks with clear messages, and the guard against CPU tensors without the interpreter.
+The scan kernel (scan.py) uses the input checks and the guard.
 
 Private to ``seqlib.kernels``; the public face of each kernel is its own module.
 """
@@ -48,6 +49,28 @@ def check_float32(**tensors):
         if t.dtype != torch.float32:
             raise TypeError(f"{name} must have dtype torch.float32, got {t.dtype} "
                             "(the kernel computes in fp32; cast with .float())")
+
+
+def check_dtype(allowed, hint, **tensors):
+    """TypeError unless every keyword argument is a torch.Tensor with a dtype in ``allowed``;
+    ``hint`` ends the message (how to convert)."""
+    names = " or ".join(str(d) for d in allowed)
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in allowed:
+            raise TypeError(f"{name} must have dtype {names}, got {t.dtype} ({hint})")
+
+
+def check_devices(ref_name, ref, **tensors):
+    """``check_same_device`` with the reference tensor named: ValueError unless every tensor is on
+    ref's device, and that device is a CPU or a CUDA GPU."""
+    for name, t in tensors.items():
+        if t.device != ref.device:
+            raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
+                             "all inputs must be on the same device")
+    if ref.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{ref_name} must be on a cpu or cuda device, got {ref.device}")
 
 
 def check_shape(name, t, expected, letters, against):
