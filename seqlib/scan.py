@@ -12,13 +12,15 @@ The recurrence is elementwise in D, so each channel is an independent first-orde
 so h_t is the t-th prefix "product" of the pairs, and any parallel prefix-sum algorithm computes it.
 
 ``linear_scan`` uses the chunked algorithm that GPUs use (and that keeps work linear in T):
-  1. cut time into chunks of C steps and scan inside every chunk at once (C steps, each of them
-     parallel over B * T/C * D elements), keeping the running product of a as well;
-  2. the chunks' end states form a scan of length T/C with coefficients (prod a, end state):
-     solve it by calling linear_scan on it (recursively; a short one runs sequentially);
-  3. add each chunk's incoming state times the running product: h = h_local + A_local * h_in.
-The depth is about C + T/C steps (C = sqrt(T) at each level), the work O(T), and no step is a
-Python loop over all of time. ``linear_scan_sequential`` is the plain loop, the reference.
+  1. cut time into chunks of C steps and reduce every chunk, all at once, to the pair
+     (product of its a, its end state when started from 0): C steps, each of them parallel over
+     B * T/C * D elements;
+  2. those pairs form a scan of length T/C whose states are the states entering the chunks:
+     solve it by calling the same scan on it (recursively; a short one runs sequentially);
+  3. rescan every chunk from its entering state, all chunks at once, writing h.
+The work is O(T) (a and b are read twice), the depth about C per level plus the short
+sequential end, and no step is a Python loop over all of time. On a CPU each step is one
+PyTorch operation, so the chunk is short (C = 16): few, large operations. ``linear_scan_sequential`` is the plain loop, the reference.
 
 Gradients. With g_t = dL/dh_t summed over every path, g_t = dL/dh_t(direct) + a_{t+1} g_{t+1}:
 a scan run backwards in time with the coefficients shifted by one. Then
@@ -43,7 +45,8 @@ import torch
 
 __all__ = ["linear_scan", "linear_scan_sequential", "combine", "log_linear_scan"]
 
-_MIN_CHUNKED = 64  # below this length the plain loop is as fast as the chunked algorithm
+_MIN_CHUNKED = 32  # below this length the plain loop is as fast as the chunked algorithm
+_CHUNK = 16        # chunk length of the PyTorch scan (see _chunk_length)
 
 
 def combine(first, second):
@@ -82,77 +85,117 @@ def linear_scan(a, b, h0=None, reverse=False, backend="auto"):
     if backend == "triton" or (backend == "auto" and a.is_cuda):
         from seqlib.kernels.scan import linear_scan_triton
         return linear_scan_triton(a, b, h0, reverse=reverse)
-    if reverse:
-        a, b = a.flip(1), b.flip(1)
-    if h0 is None:
-        h = LinearScan.apply(a, b)
-    else:
-        h = LinearScan.apply(a, b, h0)
-    return h.flip(1) if reverse else h
+    return LinearScan.apply(a, b, h0, reverse)
 
 
 class LinearScan(torch.autograd.Function):
-    """Forward: the chunked scan. Backward: one reverse chunked scan (see the module docstring)."""
+    """Forward: the chunked scan. Backward: one chunked scan the other way (module docstring)."""
 
     @staticmethod
-    def forward(ctx, a, b, h0=None):
-        h = _scan(a, b if h0 is None else _fold_h0(a, b, h0))
+    def forward(ctx, a, b, h0, reverse):
+        h = _scan(a, b, h0, reverse)
+        ctx.reverse = reverse
         ctx.save_for_backward(a, h, h0)
         return h
 
     @staticmethod
     def backward(ctx, dh):
         a, h, h0 = ctx.saved_tensors
-        # g_t = dh_t + conj(a_{t+1}) g_{t+1}: a reverse scan with coefficients shifted by one step
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1).conj()
-        g = _scan(a_next.flip(1), dh.flip(1)).flip(1)
-        h_prev = torch.cat([_initial(h, h0).unsqueeze(1), h[:, :-1]], 1)
-        da = g * h_prev.conj()
-        dh0 = None if h0 is None else a[:, 0].conj() * g[:, 0]
-        return da, g, dh0
+        return (*_scan_backward(a, h, h0, dh, ctx.reverse, ctx.needs_input_grad[0]), None)
 
 
-def _fold_h0(a, b, h0):
-    """h0 enters only the first step: b_0 + a_0 h0."""
-    return torch.cat([(b[:, :1] + a[:, :1] * h0.unsqueeze(1)), b[:, 1:]], 1)
+def _scan_backward(a, h, h0, dh, reverse, need_da=True):
+    """(da, db, dh0) of the scan. Forward in time, g_t = dh_t + conj(a_{t+1}) g_{t+1} is a reverse
+    scan whose coefficients are a shifted by one step: read as the view a[:, 1:], not a copy."""
+    T = a.shape[1]
+    if T == 0:
+        return torch.zeros_like(a), torch.zeros_like(a), None if h0 is None else torch.zeros_like(h0)
+    ac = a.conj()
+    g = torch.empty_like(h)                                    # g = dL/db
+    last, rest, shift = (0, slice(1, T), slice(0, T - 1)) if reverse else \
+        (T - 1, slice(0, T - 1), slice(1, T))
+    g[:, last] = dh[:, last]                                   # the step no later step reads
+    _scan(ac[:, shift], dh[:, rest], g[:, last], not reverse, out=g[:, rest])
+    edge = T - 1 if reverse else 0                             # the step that reads h0
+    da = None
+    if need_da:                                                # da_t = g_t conj(h_{t-1})
+        da = torch.empty_like(a)
+        torch.mul(g[:, shift], h[:, rest].conj(), out=da[:, shift])
+        if h0 is None:
+            da[:, edge].zero_()
+        else:
+            torch.mul(g[:, edge], h0.conj(), out=da[:, edge])
+    dh0 = None if h0 is None else ac[:, edge] * g[:, edge]
+    return da, g, dh0
 
 
-def _initial(h, h0):
-    return torch.zeros_like(h[:, 0]) if h0 is None else h0
+def _chunk_length(T):
+    """C, the chunk length, or None for the plain loop. The chunked scan costs about 2C + 2T/C
+    PyTorch operations (fewer for the recursive level) and moves a and b twice; short chunks keep
+    the operations few and each one large, so a fixed small C beats C = sqrt(T) on a CPU."""
+    if T <= _MIN_CHUNKED:
+        return None
+    return _CHUNK
 
 
 @torch.no_grad()
-def _scan(a, b):
-    """Chunked scan without autograd (LinearScan supplies the gradient)."""
+def _scan(a, b, h0=None, reverse=False, out=None):
+    """The chunked scan without autograd (LinearScan supplies the gradient), written into ``out``.
+
+    a, b: (B, T, D), any strides (views of a shifted or expanded tensor are fine); h0: (B, D) or
+    None; out: (B, T, D) or None (a new tensor). Three phases, none of them a loop over all of T:
+      1. reduce every chunk to a pair (product of its a, its end state when it starts from 0),
+         a loop over the C steps of a chunk, all chunks at once;
+      2. the states entering the chunks: the same scan on those pairs (recursively);
+      3. rescan every chunk from its entering state, writing the states straight into ``out``.
+    """
     B, T, D = b.shape
-    if T <= _MIN_CHUNKED:
-        return _scan_loop(a, b)[0]
-    C = 1 << max(2, round(math.log2(math.sqrt(T))))        # chunk length, about sqrt(T)
-    n = -(-T // C)                                          # number of chunks
-    pad = n * C - T
-    if pad:  # identity pairs (a=1, b=0) leave the states of the real steps unchanged
-        a = torch.cat([a, a.new_ones(B, pad, D)], 1)
-        b = torch.cat([b, b.new_zeros(B, pad, D)], 1)
-    h_local, a_local = _scan_loop(a.view(B, n, C, D), b.view(B, n, C, D), axis=2)
-    # state entering chunk j: the scan over chunks of (total a of chunk, end state of chunk)
-    h_end = _scan(a_local[:, :, -1], h_local[:, :, -1])             # (B, n, D)
-    h_in = torch.cat([h_end.new_zeros(B, 1, D), h_end[:, :-1]], 1)  # shift: chunk 0 starts at 0
-    h = h_local.addcmul_(a_local, h_in.unsqueeze(2)) if not h_local.is_complex() else \
-        h_local + a_local * h_in.unsqueeze(2)
-    return h.view(B, n * C, D)[:, :T]
+    out = torch.empty(B, T, D, dtype=b.dtype, device=b.device) if out is None else out
+    C = _chunk_length(T)
+    if C is None:
+        return _scan_loop(a, b, h0, reverse, out)
+    n, r = divmod(T, C)                       # n chunks; r leftover steps, scanned at the end
+    main = slice(r, T) if reverse else slice(0, n * C)
+    av, bv, ov = (x[:, main].unflatten(1, (n, C)) for x in (a, b, out))   # (B, n, C, D) views
+    steps = range(C - 1, -1, -1) if reverse else range(C)
+    # 1. chunk pairs, for every chunk whose end state another chunk reads
+    reads, edge = (slice(1, n), n - 1) if reverse else (slice(0, n - 1), 0)
+    ends = slice(0, n - 1) if reverse else slice(1, n)         # the chunks that receive them
+    a_red, b_red = av[:, reads], bv[:, reads]
+    prod_a = a_red.prod(2)
+    end = b_red[:, :, steps[0]].clone()
+    for t in steps[1:]:
+        torch.addcmul(b_red[:, :, t], a_red[:, :, t], end, out=end)
+    # 2. the state entering each chunk
+    h_in = b.new_empty(B, n, D)
+    if h0 is None:
+        h_in[:, edge].zero_()
+    else:
+        h_in[:, edge].copy_(h0)
+    if n > 1:
+        _scan(prod_a, end, h0, reverse, out=h_in[:, ends])
+    # 3. rescan each chunk from its entering state
+    prev = h_in
+    for t in steps:
+        torch.addcmul(bv[:, :, t], av[:, :, t], prev, out=ov[:, :, t])
+        prev = ov[:, :, t]
+    if r:  # the leftover steps continue from the last state of the chunked part
+        tail = slice(0, r) if reverse else slice(n * C, T)
+        _scan_loop(a[:, tail], b[:, tail], ov[:, 0, 0] if reverse else ov[:, -1, -1], reverse,
+                   out[:, tail])
+    return out
 
 
-def _scan_loop(a, b, axis=1):
-    """Sequential scan along ``axis``, vectorised over every other axis; also returns the running
-    product of a (what the chunked algorithm needs to carry states into a chunk)."""
-    h, A = torch.empty_like(b), torch.empty_like(a)
-    h_t, A_t = None, None
-    for t, (a_t, b_t) in enumerate(zip(a.unbind(axis), b.unbind(axis))):
-        h_t = b_t if t == 0 else a_t * h_t + b_t
-        A_t = a_t if t == 0 else A_t * a_t
-        h.select(axis, t).copy_(h_t)
-        A.select(axis, t).copy_(A_t)
-    return h, A
+def _scan_loop(a, b, h0, reverse, out):
+    """The sequential scan into ``out``, vectorised over B and D, without autograd."""
+    h = h0
+    for t in (range(b.shape[1] - 1, -1, -1) if reverse else range(b.shape[1])):
+        if h is None:
+            out[:, t].copy_(b[:, t])
+        else:
+            torch.addcmul(b[:, t], a[:, t], h, out=out[:, t])
+        h = out[:, t]
+    return out
 
 
 def _check(a, b, h0):
