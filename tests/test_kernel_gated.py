@@ -18,38 +18,7 @@ from seqlib.gated import gru_recurrence, lstm_recurrence
 from seqlib.kernels import gru as G
 from seqlib.kernels import lstm as L
 from seqlib.perf import GPUS, ridge_point, roofline_seconds, step_cost
-
-NAN = float("nan")
-PAD = 64  # NaN elements placed after every input and output buffer
-
-
-def rel_rms(out, ref):
-    return ((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
-
-
-def assert_close(out, ref, name, rtol=1e-5):
-    assert not torch.isnan(out).any(), f"{name}: NaN, so the kernel left an element unwritten or read out of bounds"
-    err = rel_rms(out, ref)
-    assert err < rtol, f"{name}: relative RMS error {err:.2e} >= {rtol:.0e}"
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
-
-
-def in_nan_buffer(t):
-    """A contiguous copy of t with NaN after it in memory: reading past its end gives NaN."""
-    buf = torch.full((t.numel() + PAD,), NAN, dtype=t.dtype)
-    buf[: t.numel()] = t.reshape(-1)
-    return buf[: t.numel()].view(t.shape)
-
-
-def nan_outs(*shapes):
-    """NaN-filled outputs, and a check that nothing was written into the NaN tail after each."""
-    bufs = [torch.full((torch.Size(s).numel() + PAD,), NAN) for s in shapes]
-    outs = tuple(b[: torch.Size(s).numel()].view(s) for b, s in zip(bufs, shapes))
-
-    def tails_untouched():
-        return all(b[torch.Size(s).numel():].isnan().all() for b, s in zip(bufs, shapes))
-    return outs, tails_untouched
-
+from kernel_checks import assert_close, in_nan_buffer, nan_outs
 
 def make_inputs(T, B, N, gates, seed):
     g = torch.Generator().manual_seed(seed)

@@ -14,35 +14,7 @@ import torch
 
 from seqlib.kernels import rnn as K
 from seqlib.rnn import rnn_recurrence
-
-NAN = float("nan")
-PAD = 64  # NaN elements placed after every input and output buffer
-
-
-def rel_rms(out, ref):
-    return ((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
-
-
-def assert_close(out, ref, name, rtol=1e-5):
-    assert not torch.isnan(out).any(), f"{name}: NaN, so the kernel left an element unwritten or read out of bounds"
-    err = rel_rms(out, ref)
-    assert err < rtol, f"{name}: relative RMS error {err:.2e} >= {rtol:.0e}"
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
-
-
-def in_nan_buffer(t):
-    """A contiguous copy of t with NaN after it in memory: reading past its end gives NaN."""
-    buf = torch.full((t.numel() + PAD,), NAN, dtype=t.dtype)
-    buf[: t.numel()] = t.reshape(-1)
-    return buf[: t.numel()].view(t.shape)
-
-
-def nan_out(shape):
-    """A NaN-filled output (shape) and the NaN tail after it, to check nothing is written past it."""
-    n = torch.Size(shape).numel()
-    buf = torch.full((n + PAD,), NAN)
-    return buf[:n].view(shape), buf[n:]
-
+from kernel_checks import assert_close, in_nan_buffer, nan_outs
 
 def make_inputs(T, B, N, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -60,16 +32,16 @@ def test_forward_and_backward_match_reference(T, B, N, nonlinearity):
     xw, h0, w_hh = make_inputs(T, B, N, seed=T * 1000 + B * 10 + N)
 
     # Forward and backward kernels, launched directly into NaN-filled outputs.
-    hs, hs_tail = nan_out((T, B, N))
+    (hs,), hs_untouched = nan_outs((T, B, N))
     K.rnn_forward(xw, h0, w_hh, nonlinearity, out=hs)
     ref = rnn_recurrence(xw, h0, w_hh, nonlinearity)
     assert_close(hs, ref, "hs")
-    assert hs_tail.isnan().all(), "the forward kernel wrote past the end of hs"
+    assert hs_untouched(), "the forward kernel wrote past the end of hs"
 
     dhs = in_nan_buffer(torch.randn(T, B, N, generator=torch.Generator().manual_seed(1)))
-    (dxw, dxw_tail), (dh0, dh0_tail) = nan_out((T, B, N)), nan_out((B, N))
+    (dxw, dh0), grads_untouched = nan_outs((T, B, N), (B, N))
     K.rnn_backward(dhs, hs, w_hh, nonlinearity, out=(dxw, dh0))
-    assert dxw_tail.isnan().all() and dh0_tail.isnan().all(), "the backward kernel wrote past the end"
+    assert grads_untouched(), "the backward kernel wrote past the end"
 
     # The public, differentiable function: every gradient against autograd through the reference.
     leaves = [t.clone().requires_grad_() for t in (xw, h0, w_hh)]

@@ -13,43 +13,9 @@ import torch
 from seqlib.kernels import scan as K
 from seqlib.perf import GPUS
 from seqlib.scan import combine, linear_scan, linear_scan_sequential
+from kernel_checks import assert_close, in_nan_buffer, nan_outs
 
-NAN = float("nan")
-PAD = 64  # NaN elements placed after every input and output buffer
 WIDE = {torch.float32: torch.float64, torch.complex64: torch.complex128}
-
-
-def rel_rms(out, ref):
-    return ((out - ref).abs().pow(2).mean().sqrt() / ref.abs().pow(2).mean().sqrt().clamp_min(1e-30)).item()
-
-
-def assert_close(out, ref, name, rtol=1e-5):
-    ref = ref.to(out.dtype)
-    assert not torch.isnan(out).any(), f"{name}: NaN, so the kernel left an element unwritten or read out of bounds"
-    err = rel_rms(out, ref)
-    assert err < rtol, f"{name}: relative RMS error {err:.2e} >= {rtol:.0e}"
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
-
-
-def nan_of(dtype):
-    return complex(NAN, NAN) if dtype.is_complex else NAN
-
-
-def in_nan_buffer(t):
-    """A contiguous copy of t with NaN after it in memory: reading past its end gives NaN."""
-    buf = torch.full((t.numel() + PAD,), nan_of(t.dtype), dtype=t.dtype)
-    buf[: t.numel()] = t.reshape(-1)
-    return buf[: t.numel()].view(t.shape)
-
-
-def nan_outs(dtype, *shapes):
-    """NaN-filled outputs, and a check that nothing was written into the NaN tail after each."""
-    bufs = [torch.full((torch.Size(s).numel() + PAD,), nan_of(dtype), dtype=dtype) for s in shapes]
-    outs = tuple(b[: torch.Size(s).numel()].view(s) for b, s in zip(bufs, shapes))
-
-    def tails_untouched():
-        return all(b[torch.Size(s).numel():].isnan().all() for b, s in zip(bufs, shapes))
-    return outs, tails_untouched
 
 
 def make_inputs(B, T, D, dtype, seed):
@@ -95,11 +61,11 @@ def test_forward_and_backward_match_the_loop(B, T, D, dtype, with_h0, reverse, t
     bt, bd = tiles
 
     # The kernels alone, into NaN-filled outputs.
-    (h,), untouched = nan_outs(dtype, (B, T, D))
+    (h,), untouched = nan_outs((B, T, D), dtype=dtype)
     K.scan_forward(a, b, h0, reverse, out=h, block_t=bt, block_d=bd)
     assert untouched(), "the forward kernel wrote past the end of h"
     assert_close(h, ref_h, "h")
-    (da, db), untouched = nan_outs(dtype, (B, T, D), (B, T, D))
+    (da, db), untouched = nan_outs((B, T, D), (B, T, D), dtype=dtype)
     _, _, dh0 = K.scan_backward(dh, a, h, h0, reverse, out=(da, db), block_t=bt, block_d=bd)
     assert untouched(), "the backward kernel wrote past the end of da or db"
     assert_close(da, ref_grads[0], "da (backward kernel)")
