@@ -221,3 +221,26 @@ def _dot_w_streamed(a_ptr, a_stride, rows, row_ok, w_ptr, g, N,
                         mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
     return acc
+
+
+def gated_aot_config(family: str, direction: str, n: int, precision: str, pointers: list,
+                     gates: int, on_chip: bool) -> dict:
+    """One ``AOT_CONFIGS`` entry for the fused LSTM or GRU kernel (``_{family}_{direction}_kernel``):
+    the launch ``{family}_forward``/``_backward`` makes at hidden size n with this dot precision."""
+    block_b, block_n = block_sizes(n)
+    signature = {p: "*i32" if p == "len_ptr" else "*fp32" for p in pointers}
+    signature.update({"T": "i32", "B": "i32", "N": "i32", "BLOCK_B": "constexpr",
+                      "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "W_ON_CHIP": "constexpr",
+                      "DOT_PRECISION": "constexpr"})
+    options = launch_options(precision, on_chip, gates, backward=direction == "bwd")
+    return {
+        "id": f"{family}_{direction} N={n} {precision}",
+        "kernel": f"_{family}_{direction}_kernel",
+        "signature": signature,
+        "constexprs": {"BLOCK_B": block_b, "BLOCK_N": block_n, "BLOCK_K": BLOCK_K,
+                       "W_ON_CHIP": on_chip, "DOT_PRECISION": precision},
+        "options": options,
+        "config": (f"N={n} BLOCK_B={block_b} BLOCK_N={block_n} {precision} warps={options['num_warps']} "
+                   f"W_hh {'on chip' if on_chip else 'per step'}"),
+        "tensor_cores": precision == "tf32",
+    }

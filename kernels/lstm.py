@@ -76,7 +76,7 @@ import triton
 import triton.language as tl
 
 from seqlib.kernels._common import (BLOCK_K, _dot_w_streamed, _gate_block, _tanh, block_sizes,
-                                    check_float32, check_lengths, check_precision,
+                                    check_float32, check_lengths, check_precision, gated_aot_config,
                                     check_same_device, check_shape, check_slab_fits_int32,
                                     launch_options, lengths_arg, require_interpreter_on_cpu,
                                     weights_fit_on_chip)
@@ -359,24 +359,8 @@ _POINTERS = {
 
 
 def _aot_config(direction, n, precision):
-    block_b, block_n = block_sizes(n)
-    signature = {p: "*i32" if p == "len_ptr" else "*fp32" for p in _POINTERS[direction]}
-    signature.update({"T": "i32", "B": "i32", "N": "i32", "BLOCK_B": "constexpr",
-                      "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "W_ON_CHIP": "constexpr",
-                      "DOT_PRECISION": "constexpr"})
-    on_chip = weights_on_chip(n)
-    options = launch_options(precision, on_chip, GATES, backward=direction == "bwd")
-    return {
-        "id": f"lstm_{direction} N={n} {precision}",
-        "kernel": f"_lstm_{direction}_kernel",
-        "signature": signature,
-        "constexprs": {"BLOCK_B": block_b, "BLOCK_N": block_n, "BLOCK_K": BLOCK_K,
-                       "W_ON_CHIP": on_chip, "DOT_PRECISION": precision},
-        "options": options,
-        "config": (f"N={n} BLOCK_B={block_b} BLOCK_N={block_n} {precision} warps={options['num_warps']} "
-                   f"W_hh {'on chip' if on_chip else 'per step'}"),
-        "tensor_cores": precision == "tf32",
-    }
+    return gated_aot_config("lstm", direction, n, precision, _POINTERS[direction], GATES,
+                            weights_on_chip(n))
 
 
 AOT_CONFIGS = [_aot_config(d, n, p) for n in (64, 128) for p in ("ieee", "tf32")
