@@ -163,9 +163,10 @@ def _scan(a, b, h0=None, reverse=False, out=None):
     ends = slice(0, n - 1) if reverse else slice(1, n)         # the chunks that receive them
     a_red, b_red = av[:, reads], bv[:, reads]
     prod_a = a_red.prod(2)
-    end = b_red[:, :, steps[0]].clone()
-    for t in steps[1:]:
-        torch.addcmul(b_red[:, :, t], a_red[:, :, t], end, out=end)
+    a_st, b_st = a_red.unbind(2), b_red.unbind(2)   # the C step views in one call each: cheaper
+    end = torch.addcmul(b_st[steps[1]], a_st[steps[1]], b_st[steps[0]])   # than indexing per step
+    for t in steps[2:]:
+        torch.addcmul(b_st[t], a_st[t], end, out=end)
     # 2. the state entering each chunk
     h_in = b.new_empty(B, n, D)
     if h0 is None:
@@ -176,9 +177,10 @@ def _scan(a, b, h0=None, reverse=False, out=None):
         _scan(prod_a, end, h0, reverse, out=h_in[:, ends])
     # 3. rescan each chunk from its entering state
     prev = h_in
+    a_st, b_st, o_st = av.unbind(2), bv.unbind(2), ov.unbind(2)
     for t in steps:
-        torch.addcmul(bv[:, :, t], av[:, :, t], prev, out=ov[:, :, t])
-        prev = ov[:, :, t]
+        torch.addcmul(b_st[t], a_st[t], prev, out=o_st[t])
+        prev = o_st[t]
     if r:  # the leftover steps continue from the last state of the chunked part
         tail = slice(0, r) if reverse else slice(n * C, T)
         _scan_loop(a[:, tail], b[:, tail], ov[:, 0, 0] if reverse else ov[:, -1, -1], reverse,
@@ -189,12 +191,13 @@ def _scan(a, b, h0=None, reverse=False, out=None):
 def _scan_loop(a, b, h0, reverse, out):
     """The sequential scan into ``out``, vectorised over B and D, without autograd."""
     h = h0
+    a_st, b_st, o_st = a.unbind(1), b.unbind(1), out.unbind(1)
     for t in (range(b.shape[1] - 1, -1, -1) if reverse else range(b.shape[1])):
         if h is None:
-            out[:, t].copy_(b[:, t])
+            o_st[t].copy_(b_st[t])
         else:
-            torch.addcmul(b[:, t], a[:, t], h, out=out[:, t])
-        h = out[:, t]
+            torch.addcmul(b_st[t], a_st[t], h, out=o_st[t])
+        h = o_st[t]
     return out
 
 
