@@ -4,6 +4,8 @@
     seqlib.kernels.lstm  fused LSTM recurrence (reference: ``seqlib.gated.lstm_recurrence``)
     seqlib.kernels.gru   fused GRU recurrence (reference: ``seqlib.gated.gru_recurrence``)
     seqlib.kernels.scan  chunked linear scan, real and complex (reference: ``seqlib.scan.linear_scan``)
+    seqlib.kernels.attention_step  fused attention step, one query over variable-length keys
+                         (reference: ``seqlib.attention`` "dot" score with ``masked_softmax``)
 
 ``_common`` holds what they share (tiles, tanh, input checks, the interpreter guard).
 
@@ -20,7 +22,7 @@ import os
 import sys
 
 # Every kernel module; seqlib.aot compiles each one's AOT_CONFIGS.
-KERNEL_MODULES = ("rnn", "lstm", "gru", "scan")
+KERNEL_MODULES = ("rnn", "lstm", "gru", "scan", "attention_step")
 
 
 def _enable_interpreter_without_cuda():
