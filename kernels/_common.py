@@ -63,8 +63,8 @@ def check_dtype(allowed, hint, **tensors):
 
 
 def check_devices(ref_name, ref, **tensors):
-    """``check_same_device`` with the reference tensor named: ValueError unless every tensor is on
-    ref's device, and that device is a CPU or a CUDA GPU."""
+    """ValueError unless every tensor is on ref's (named ``ref_name``) device, and that device is a
+    CPU or a CUDA GPU."""
     for name, t in tensors.items():
         if t.device != ref.device:
             raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
@@ -82,12 +82,7 @@ def check_shape(name, t, expected, letters, against):
 
 def check_same_device(xw, **tensors):
     """ValueError unless every tensor is on xw's device, and that device is a CPU or a CUDA GPU."""
-    for name, t in tensors.items():
-        if t.device != xw.device:
-            raise ValueError(f"{name} is on {t.device} but xw is on {xw.device}; "
-                             "all inputs must be on the same device")
-    if xw.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"xw must be on a cpu or cuda device, got {xw.device}")
+    check_devices("xw", xw, **tensors)
 
 
 def check_slab_fits_int32(xw):
