@@ -19,7 +19,7 @@ rooflines from it.
 """
 from __future__ import annotations
 
-__all__ = ["GPUS", "step_cost", "roofline_seconds", "ridge_point"]
+__all__ = ["GPUS", "step_cost", "roofline_seconds", "ridge_point", "peak_memory_bytes"]
 
 # Dense peaks from the vendors' data sheets: HBM bytes/s and FLOP/s per arithmetic.
 GPUS = {
@@ -61,3 +61,31 @@ def roofline_seconds(cost: dict, gpu: str, math: str = "fp32") -> float:
     """The roofline floor of a step: max(bytes / bandwidth, FLOPs / peak), in seconds."""
     spec = GPUS[gpu]
     return max(cost["hbm_bytes"] / spec["hbm"], cost["flops"] / spec[math])
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise RuntimeError(f"/proc/self/status has no {key} line")
+
+
+def peak_memory_bytes(fn, *args, **kwargs) -> tuple[int, object]:
+    """Run ``fn(*args, **kwargs)`` and return (peak resident memory it added, in bytes; its result).
+
+    Linux only: writing 5 to ``/proc/self/clear_refs`` resets the process's high-water mark of
+    resident memory (VmHWM) to the current resident size, so VmHWM after the call minus VmRSS
+    before it is the most memory the call held at once, whatever allocated it (PyTorch's CPU
+    allocator included, which Python's tracemalloc does not see). Memory the allocator had freed
+    earlier and hands out again is not counted, so small peaks read low (even 0): compare peaks
+    that are large against the process's free pool, megabytes and up.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_bytes("VmRSS")
+    except OSError as e:  # not Linux, or /proc not mounted
+        raise RuntimeError("peak_memory_bytes needs Linux's /proc/self/clear_refs") from e
+    result = fn(*args, **kwargs)
+    return max(0, _status_bytes("VmHWM") - before), result
