@@ -12,9 +12,19 @@ French, where word order and grouping differ ("ninety-seven" / "quatre-vingt-dix
 word becomes its first piece and then the others with their hyphen kept in front
 ("quatre-vingt-dix-sept" -> ["quatre", "-vingt", "-dix", "-sept"]), so alignments are between
 meaningful units and :func:`join_words` inverts :func:`split_words` exactly.
-Splits: n in 1..999; ``heldout`` is a seeded ``heldout_fraction`` of 1..499 (unseen values, same
-lengths); ``train`` is the rest of 1..499; ``test`` is 500..999 (unseen values, whose hundreds
-words "cinq cents" ... never occurred with "hundred"/"cent" in training).
+The pseudo-language ``"digits"`` writes n as its decimal digits, one token each (347 -> ["3", "4",
+"7"]), so ``number_words("digits", "en", max_value=999_999, n_values=6000)`` writes numbers of up
+to six digits in words ("347215" -> "three hundred and forty-seven thousand, two hundred and
+fifteen"): a monotone alignment whose source length (the digit count) is the amount of
+information the model must carry.
+Values: all of 1..max_value (default 999), or with ``n_values`` that many distinct values with an
+equal share per digit count (every value of a digit count that has fewer), shuffled with ``seed``.
+Splits: ``split="values"``: ``test`` is a ``test_fraction`` of the values drawn across the whole
+range (unseen values, made of words that training has seen inside other numbers, so a model
+can generalise to them);
+``split="length"``: ``test`` is a ``test_fraction`` of the values drawn from those whose source
+has the most tokens (unseen values, all of the longest kind). ``heldout`` is a
+``heldout_fraction`` of the rest (for validation) and ``train`` the remainder.
 
 Dates (``dates``): random days between 1970-01-01 and 2059-12-31 written with one of
 :data:`DATE_FORMATS` (strftime patterns; English month and day names are filled in by this module,
@@ -110,27 +120,70 @@ def join_words(tokens) -> str:
 
 
 def _words(n, lang):
+    if lang == "digits":
+        return list(str(n))
     from num2words import num2words
     return split_words(num2words(n, lang=lang))
 
 
-def number_words(source="en", target="fr", heldout_fraction=0.1, seed=0) -> Pairs:
-    """Number words 1..999 from ``source`` to ``target`` language (any num2words languages;
-    the book uses "en" <-> "fr"). Splits as in the module docstring."""
-    if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction: expected a number in [0, 1), got {heldout_fraction}")
-    low = list(range(1, 500))
+def number_words(source="en", target="fr", heldout_fraction=0.1, seed=0, test_fraction=0.1,
+                 split="values", max_value=999, n_values=None) -> Pairs:
+    """Number words 1..max_value from ``source`` to ``target`` language (any num2words language,
+    or ``"digits"``; the book uses "en" -> "fr" and "digits" -> "en"). ``split`` is "values" or
+    "length"; the splits are disjoint, as in the module docstring. ``n_values`` (default: all of
+    1..max_value) draws that many distinct values, as many of each digit count as there are."""
+    for name, f in (("heldout_fraction", heldout_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= f < 1:
+            raise ValueError(f"{name}: expected a number in [0, 1), got {f}")
+    if heldout_fraction + test_fraction >= 1:
+        raise ValueError(f"heldout_fraction + test_fraction must be < 1, got "
+                         f"{heldout_fraction} + {test_fraction}")
+    if split not in ("values", "length"):
+        raise ValueError(f"split: expected 'values' or 'length', got {split!r}")
+    if not isinstance(max_value, int) or max_value < 2:
+        raise ValueError(f"max_value: expected an integer >= 2, got {max_value!r}")
     rng = random.Random(seed)
-    held = set(rng.sample(low, int(round(heldout_fraction * len(low)))))
+    values = (list(range(1, max_value + 1)) if n_values is None
+              else _spread_over_digits(n_values, max_value, rng))
+    src = {n: _words(n, source) for n in values}
+    tgt = {n: _words(n, target) for n in values}
+    rng.shuffle(values)
+    n_test = int(round(test_fraction * len(values)))
+    if split == "length":  # the longest sources first; the shuffle breaks ties
+        values.sort(key=lambda n: -len(src[n]))
+    test = values[:n_test]
+    rest = values[n_test:]
+    rng.shuffle(rest)
+    n_held = int(round(heldout_fraction * len(values)))
+    held, train = rest[:n_held], rest[n_held:]
 
     def pairs(ns):
-        return [(_words(n, source), _words(n, target)) for n in ns]
+        return [(src[n], tgt[n]) for n in sorted(ns)]
 
-    train = pairs(n for n in low if n not in held)
-    return Pairs(train, pairs(sorted(held)), pairs(range(500, 1000)),
-                 Vocab(t for s, _ in train for t in s), Vocab(t for _, s in train for t in s),
-                 f"number words {source}->{target}: train 1..499 minus {len(held)} held out, "
-                 f"test 500..999")
+    train_pairs = pairs(train)
+    lo = min((len(src[n]) for n in test), default=0)
+    what = (f"drawn across 1..{max_value}" if split == "values" else
+            f"drawn from the longest sources ({lo} tokens or more)")
+    return Pairs(train_pairs, pairs(held), pairs(test),
+                 Vocab(t for s, _ in train_pairs for t in s),
+                 Vocab(t for _, s in train_pairs for t in s),
+                 f"number words {source}->{target}, {len(values)} values in 1..{max_value}; "
+                 f"test: unseen values {what}")
+
+
+def _spread_over_digits(n_values, max_value, rng):
+    """n_values distinct values in 1..max_value, an equal share for each digit count (all the
+    values of a digit count that has fewer; the rest shared among the longer counts)."""
+    if not isinstance(n_values, int) or not 1 <= n_values <= max_value:
+        raise ValueError(f"n_values: expected an integer in 1..max_value = 1..{max_value}, "
+                         f"got {n_values!r}")
+    ranges = [(10 ** (d - 1), min(10 ** d - 1, max_value)) for d in range(1, len(str(max_value)) + 1)]
+    out, left = [], n_values
+    for i, (lo, hi) in enumerate(ranges):
+        share = min(hi - lo + 1, left // (len(ranges) - i))
+        out += rng.sample(range(lo, hi + 1), share)
+        left -= share
+    return out
 
 
 #: strftime patterns; %A %a %B %b are filled with English names by :func:`format_date`.
