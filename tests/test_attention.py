@@ -172,3 +172,63 @@ def test_bad_input():
         MultiplicativeAttention(4, 5, "concat")
     with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
         AdditiveAttention(4, 5, 0)
+
+
+# ---------------------------------------------------------------- the fused kernel as a backend
+
+
+def _dot_pair(scale=False):
+    """The same "dot" module twice: backend torch and triton (the kernel, in the interpreter)."""
+    return (MultiplicativeAttention(NK, NK, "dot", scale=scale, backend="torch"),
+            MultiplicativeAttention(NK, NK, "dot", scale=scale, backend="triton"))
+
+
+@pytest.mark.parametrize("scale", [False, True])
+@pytest.mark.parametrize("lengths", [LENGTHS, None])
+def test_triton_backend_equals_torch_values_and_gradients(scale, lengths):
+    ref, fused = _dot_pair(scale)
+    q, k, v = _inputs(NK)
+    q = q[:, 0].detach()
+    up = torch.randn(B, NV, generator=torch.Generator().manual_seed(2))
+    out, grads = {}, {}
+    for name, mod in (("torch", ref), ("triton", fused)):
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        lens = None if lengths is None else torch.tensor(lengths)
+        ctx, w = mod(qq, kk, vv, lengths=lens)
+        assert ctx.shape == (B, NV) and w.shape == (B, S)
+        out[name] = (ctx.detach(), w.detach())
+        grads[name] = torch.autograd.grad((ctx * up).sum(), (qq, kk, vv))
+    for a, b in zip(out["triton"], out["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads["triton"], grads["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if lengths is not None:  # padding gets exactly zero weight on the kernel path too
+        assert (out["triton"][1][~lengths_to_mask(torch.tensor(lengths), S)] == 0).all()
+
+
+def test_triton_backend_values_default_to_keys_and_mask_with_lengths():
+    ref, fused = _dot_pair()
+    q, k, _ = _inputs(NK)
+    lens = torch.tensor(LENGTHS)
+    mask = lengths_to_mask(lens, S)
+    for a, b in zip(fused(q[:, 1], k, mask=mask, lengths=lens), ref(q[:, 1], k, lengths=lens)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_backend_auto_takes_torch_on_cpu_and_bad_backend_input():
+    q, k, v = _inputs(NK)
+    auto = MultiplicativeAttention(NK, NK, "dot")
+    assert auto.backend == "auto" and auto._backend_for(q[:, 0], None, LENGTHS) == "torch"
+    _, fused = _dot_pair()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        MultiplicativeAttention(NK, NK, "dot", backend="cuda")
+    with pytest.raises(ValueError, match=r"'dot' score only, got score='general'"):
+        MultiplicativeAttention(NQ, NK, "general", backend="triton")
+    with pytest.raises(ValueError, match=r"decoder-step face, query \(B, Nq\), got query of shape \(3, 4, 7\)"):
+        fused(q, k, v, lengths=LENGTHS)
+    with pytest.raises(ValueError, match="not a general mask"):
+        fused(q[:, 0], k, v, mask=lengths_to_mask(torch.tensor(LENGTHS), S))
+    with pytest.raises(ValueError, match=r"lengths: every length must be in \[1, S\]"):
+        fused(q[:, 0], k, v, lengths=[6, 2, 3])
+    with pytest.raises(ValueError, match=re.escape("keys: expected shape (B, S, Nk) = (3, '*', 7)")):
+        fused(q[:, 0], k[:, :, :5], v, lengths=LENGTHS)
