@@ -6,6 +6,8 @@
     seqlib.kernels.scan  chunked linear scan, real and complex (reference: ``seqlib.scan.linear_scan``)
     seqlib.kernels.attention_step  fused attention step, one query over variable-length keys
                          (reference: ``seqlib.attention`` "dot" score with ``masked_softmax``)
+    seqlib.kernels.flash_attention  flash attention, forward and backward, causal or not
+                         (reference: ``torch.nn.functional.scaled_dot_product_attention``)
 
 ``_common`` holds what they share (tiles, tanh, input checks, the interpreter guard).
 
@@ -22,7 +24,7 @@ import os
 import sys
 
 # Every kernel module; seqlib.aot compiles each one's AOT_CONFIGS.
-KERNEL_MODULES = ("rnn", "lstm", "gru", "scan", "attention_step")
+KERNEL_MODULES = ("rnn", "lstm", "gru", "scan", "attention_step", "flash_attention")
 
 
 def _enable_interpreter_without_cuda():
