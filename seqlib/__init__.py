@@ -23,3 +23,7 @@ from seqlib.lru import LRU  # noqa: E402
 from seqlib.newton import DiagonalGRU  # noqa: E402
 
 __all__ += ["MinGRU", "MinLSTM", "LRU", "DiagonalGRU"]
+
+from seqlib.transformer import MultiHeadAttention, TransformerBlock, TransformerLM  # noqa: E402
+
+__all__ += ["MultiHeadAttention", "TransformerBlock", "TransformerLM"]
