@@ -390,8 +390,9 @@ class AttentionState(NamedTuple):
 
 
 def _online_softmax_update(state, scores, values):
-    """Fold a block of scores (..., c) and their values (..., c, Dv) into the state (m, l, acc)
-    with m, l (...,) and acc (..., Dv) (values may broadcast, e.g. (..., 1, c, Dv) for Tq queries).
+    """Fold a block of scores (..., Tq, c) and their values (..., c, Dv) into the state (m, l, acc)
+    with m, l (..., Tq) and acc (..., Tq, Dv): every query reads the same c keys, so the values
+    enter through one matrix product p @ values (no copy of the values per query).
 
     m' = max(m, max_j s_j);  l' = e^(m - m') l + sum_j e^(s_j - m');
     acc' = e^(m - m') acc + sum_j e^(s_j - m') v_j.   (Scores of -inf count for nothing.)
@@ -402,7 +403,7 @@ def _online_softmax_update(state, scores, values):
     alpha = torch.exp(m - m_safe)                                  # rescales what came before
     p = torch.exp(scores - m_safe[..., None])
     l_new = alpha * l + p.sum(dim=-1)
-    acc_new = alpha[..., None] * acc + (p[..., None, :] @ values).squeeze(-2)
+    acc_new = alpha[..., None] * acc + p @ values
     return AttentionState(m_new, l_new, acc_new)
 
 
@@ -441,7 +442,7 @@ def recurrent_attention(q, k, v, causal=False, scale=None, chunk=1):
         if causal:
             cols = torch.arange(start, start + k_c.shape[-2], device=q.device)[None, :]
             scores = scores.masked_fill(cols > rows, float("-inf"))
-        state = _online_softmax_update(state, scores, v_c[..., None, :, :])  # v shared by queries
+        state = _online_softmax_update(state, scores, v_c)
     return _read_out(state)
 
 
@@ -470,5 +471,7 @@ def recurrent_attention_step(state, q, k_t, v_t, scale=None):
         batch = score.shape[:-1]
         state = AttentionState(score.new_full(batch, float("-inf")), score.new_zeros(batch),
                                score.new_zeros((*batch, v_t.shape[-1])))
-    state = _online_softmax_update(state, score, v_t[..., None, :])
+    one = AttentionState(state.m[..., None], state.l[..., None], state.acc[..., None, :])  # Tq = 1
+    one = _online_softmax_update(one, score[..., None], v_t[..., None, :])   # c = 1 key
+    state = AttentionState(one.m[..., 0], one.l[..., 0], one.acc[..., 0, :])
     return _read_out(state), state
