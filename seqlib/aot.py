@@ -4,6 +4,7 @@ what each one costs in registers, shared memory and spills.
     python -m seqlib.aot                  # compile (or reuse the cache) and print the table
     python -m seqlib.aot --refresh        # recompile even if the cache is current
     python -m seqlib.aot --module rnn     # one kernel family only
+    python -m seqlib.aot --module flash_attention --config "flash_fwd fp16 Dh=64"   # some configs
     python -m seqlib.aot --json out.json  # cache as out.<module>.json instead of _build/aot/<module>.json
 
 Every module named in ``seqlib.kernels.KERNEL_MODULES`` lists ``AOT_CONFIGS``: one dict per
@@ -64,7 +65,7 @@ def default_cache_path() -> Path:
 
 
 def resource_table(archs=ARCHS, cache: str | Path | None = None, refresh: bool = False,
-                   modules=None) -> list[dict]:
+                   modules=None, configs=None) -> list[dict]:
     """One row per (kernel config, architecture), from the JSON cache if it is current.
 
     ``modules`` picks kernel modules (e.g. ``["rnn"]``; default: all of ``KERNEL_MODULES``); each
@@ -72,24 +73,67 @@ def resource_table(archs=ARCHS, cache: str | Path | None = None, refresh: bool =
     so a chapter that shows one family's table compiles only that family when the cache is cold.
     A module's cache is current when its source, the shared kernel files, the triton version and
     ``archs`` are the same as when it was written. A compile takes a second or two per config.
+
+    ``configs`` picks config ids (the ``"id"`` of ``AOT_CONFIGS`` entries, e.g.
+    ``"flash_fwd fp16 Dh=64"``) of the chosen modules; each id must exist. Their rows come from
+    the module's full cache when it is current, else from a cache of just that selection
+    (``<module>.<hash of the ids>.json``), else from compiling only those configs: a chapter
+    that shows three kernels compiles three kernels on a cold machine, not the whole family.
     """
+    modules = list(modules or _kernel_modules())
+    wanted = _check_config_ids(modules, configs)
     rows = []
-    for module in (modules or _kernel_modules()):
-        path = _module_cache_path(cache, module)
-        key = _cache_key(archs, module)
-        if path.exists() and not refresh:
-            try:
-                data = json.loads(path.read_text())
-                if data.get("key") == key:
-                    rows += data["rows"]
-                    continue
-            except (json.JSONDecodeError, KeyError):
-                pass
-        fresh = compile_kernels(archs, path.parent, modules=[module])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": key, "rows": fresh}, indent=1))
-        rows += fresh
+    for module in modules:
+        path, key = _module_cache_path(cache, module), _cache_key(archs, module)
+        if configs is None:
+            rows += _cached_or_compiled(path, key, archs, module, None, refresh)
+            continue
+        ids = wanted[module]
+        if not ids:
+            continue
+        full = None if refresh else _read_cache(path, key)
+        if full is not None:
+            rows += [r for r in full if r["id"] in ids]
+            continue
+        digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:12]
+        rows += _cached_or_compiled(path.with_name(f"{path.stem}.{digest}.json"), key, archs,
+                                    module, sorted(ids), refresh)
     return rows
+
+
+def _read_cache(path: Path, key: str) -> list[dict] | None:
+    """The rows of a cache file if it exists and was written under ``key``, else None."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data.get("rows") if data.get("key") == key else None
+
+
+def _cached_or_compiled(path: Path, key: str, archs, module: str, ids, refresh: bool) -> list[dict]:
+    rows = None if refresh else _read_cache(path, key)
+    if rows is None:
+        rows = compile_kernels(archs, path.parent, modules=[module], configs=ids)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "configs": ids, "rows": rows}, indent=1))
+    return rows
+
+
+def _check_config_ids(modules, configs) -> dict[str, set]:
+    """{module: the requested ids it holds}; every requested id must belong to a chosen module."""
+    if configs is None:
+        return {}
+    if isinstance(configs, str):
+        configs = [configs]
+    requested = set(configs)
+    available = {m: [c["id"] for c in importlib.import_module(f"seqlib.kernels.{m}").AOT_CONFIGS]
+                 for m in modules}
+    unknown = requested - {i for ids in available.values() for i in ids}
+    if unknown:
+        listing = "; ".join(f"{m}: {', '.join(ids)}" for m, ids in available.items())
+        raise ValueError(f"configs: unknown config ids {sorted(unknown)} for modules {modules}; "
+                         f"expected ids from AOT_CONFIGS ({listing})")
+    return {m: requested & set(ids) for m, ids in available.items()}
 
 
 def _module_cache_path(cache, module) -> Path:
@@ -99,9 +143,10 @@ def _module_cache_path(cache, module) -> Path:
     return cache.with_name(f"{cache.stem}.{module}.json")
 
 
-def compile_kernels(archs=ARCHS, out_dir: str | Path = "_build/aot", modules=None) -> list[dict]:
-    """Compile every config of ``modules`` (default: all) for every arch in a clean subprocess;
-    cubins go to out_dir."""
+def compile_kernels(archs=ARCHS, out_dir: str | Path = "_build/aot", modules=None,
+                    configs=None) -> list[dict]:
+    """Compile every config of ``modules`` (default: all), or only the config ids in ``configs``,
+    for every arch in a clean subprocess; cubins go to out_dir."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     modules = list(modules or _kernel_modules())
@@ -111,6 +156,8 @@ def compile_kernels(archs=ARCHS, out_dir: str | Path = "_build/aot", modules=Non
     env["TRITON_DUMP_PTXAS_LOG"] = "1"  # ptxas -v output: stack frame and spill bytes
     cmd = [sys.executable, "-m", "seqlib.aot", "--worker", "--out", str(out_dir),
            "--arch", *map(str, archs), "--module", *modules]
+    if configs is not None:
+        cmd += ["--config", *configs]
     with tempfile.TemporaryDirectory() as cache:  # a cold triton cache: every kernel really compiles
         env["TRITON_CACHE_DIR"] = cache
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -165,7 +212,7 @@ def _cache_key(archs, module) -> str:
     return h.hexdigest()
 
 
-def _worker(archs, out_dir: Path, modules) -> list[dict]:
+def _worker(archs, out_dir: Path, modules, configs=None) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("seqlib.aot worker must run without TRITON_INTERPRET")
     import warnings
@@ -182,6 +229,8 @@ def _worker(archs, out_dir: Path, modules) -> list[dict]:
         mod = importlib.import_module(f"seqlib.kernels.{modname}")
         spill_ok = getattr(mod, "SPILL_OK", {})
         for cfg in mod.AOT_CONFIGS:
+            if configs is not None and cfg["id"] not in configs:
+                continue
             fn = getattr(mod, cfg["kernel"])
             if type(fn).__name__ != "JITFunction":
                 raise RuntimeError(f"{cfg['kernel']} is a {type(fn).__name__}, not a JITFunction")
@@ -264,16 +313,19 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None,
                    help="cache file stem (default _build/aot/<module>.json per module)")
     p.add_argument("--module", nargs="+", default=None, help="kernel modules (default: all)")
+    p.add_argument("--config", nargs="+", default=None,
+                   help="config ids of the chosen modules (default: every config)")
     p.add_argument("--refresh", action="store_true", help="recompile even if the cache is current")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        rows = _worker(args.arch, args.out, args.module)
+        rows = _worker(args.arch, args.out, args.module, args.config)
         (args.out / f"rows.{'-'.join(args.module)}.json").write_text(json.dumps(rows, indent=1))
         return 0
     t0 = time.perf_counter()
-    rows = resource_table(args.arch, args.json, refresh=args.refresh, modules=args.module)
+    rows = resource_table(args.arch, args.json, refresh=args.refresh, modules=args.module,
+                          configs=args.config)
     print(format_table(rows, "text"))
     print(f"\n{len(rows)} cubins in {time.perf_counter() - t0:.1f} s")
     return 0
