@@ -340,6 +340,16 @@ def _key_bounds(m0, Tk, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl
 
 
 @triton.jit
+def _visible(rows, cols, Tk, CAUSAL: tl.constexpr):
+    """Which keys each query row may read, (BLOCK_M, BLOCK_N) (or (1, BLOCK_N) when not causal):
+    the key exists (col < Tk) and, if causal, does not come after the row."""
+    visible = (cols < Tk)[None, :]
+    if CAUSAL:
+        visible = visible & (cols[None, :] <= rows[:, None])
+    return visible
+
+
+@triton.jit
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, rows, lo, hi, Tk, qk_scale,
                MASK: tl.constexpr, CAUSAL: tl.constexpr, Dh: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -356,10 +366,7 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, rows, lo, hi, Tk, qk_scale,
         k = tl.load(k_base + cols[:, None] * Dh + rd[None, :], mask=kv_mask, other=0.0)
         s = _dot(q, tl.trans(k), None, DOT_PRECISION, DOT_FP32) * qk_scale
         if MASK:
-            visible = (cols < Tk)[None, :]
-            if CAUSAL:
-                visible = visible & (cols[None, :] <= rows[:, None])
-            s = tl.where(visible, s, float("-inf"))
+            s = tl.where(_visible(rows, cols, Tk, CAUSAL), s, float("-inf"))
         # m_new is finite: key 0 is visible to every row (padding rows too), and the first tile
         # visited holds it
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -505,10 +512,7 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, rows, lo, hi, Tk, qk_scale
         s = _dot(q, tl.trans(k), None, DOT_PRECISION, DOT_FP32) * qk_scale
         p = tl.exp2(s - lse2[:, None])
         if MASK:
-            visible = (cols < Tk)[None, :]
-            if CAUSAL:
-                visible = visible & (cols[None, :] <= rows[:, None])
-            p = tl.where(visible, p, 0.0)
+            p = tl.where(_visible(rows, cols, Tk, CAUSAL), p, 0.0)
         dp = _dot(do, tl.trans(v), None, DOT_PRECISION, DOT_FP32)
         ds = p * (dp - delta[:, None])
         dq = _dot(ds.to(k.dtype), k, dq, DOT_PRECISION, DOT_FP32)

@@ -2,7 +2,6 @@
 (values and gradients, over masks, causal, lengths, leading dims and scales), attention as an RNN
 (recurrent_attention in chunks, recurrent_attention_step key by key) against the parallel form,
 the flash-attention backend (when its kernel exists), and bad input."""
-import importlib
 import math
 import re
 
@@ -178,16 +177,6 @@ def test_recurrent_errors():
 
 # ------------------------------------------------------------- the flash-attention backend
 
-def _flash_available():
-    try:
-        importlib.import_module("seqlib.kernels.flash_attention")
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _flash_available(),
-                    reason="seqlib.kernels.flash_attention does not exist (yet)")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_triton_backend_equals_torch(causal):
     """Tiny shapes: the kernel runs in Triton's interpreter on the CPU (its own tests cover it)."""

@@ -3,7 +3,6 @@ attention against torch.nn.MultiheadAttention, the KV cache, and the language mo
 held equal (step by step against the parallel forward, for every position kind and both norms;
 generation with and without the cache), decoding with seqlib.decode, training with seqlib.lm,
 and bad input."""
-import importlib
 import math
 import re
 
@@ -295,16 +294,6 @@ def test_exported_from_seqlib():
     assert "TransformerBlock" in seqlib.__all__
 
 
-def _flash_available():
-    try:
-        importlib.import_module("seqlib.kernels.flash_attention")
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _flash_available(),
-                    reason="seqlib.kernels.flash_attention does not exist (yet)")
 def test_lm_with_triton_backend_equals_torch():
     """Tiny: the flash kernel runs in Triton's interpreter; the step face (one query, no mask)
     goes through it too."""
