@@ -92,18 +92,15 @@ BENCHMARKS: dict[str, Callable[..., list[dict]]] = {"gated": bench_gated}
 
 
 def bench_scan(B: int = 4, D: int = 256, T: tuple[int, ...] = (256, 1024, 4096, 16384),
-               repeats: int = 7, warmup: int = 2, seed: int = 0, compiled: bool = True) -> list[dict]:
-    """seqlib's PyTorch parallel scan (``linear_scan``, backend="torch", and with compiled=True
-    also backend="compiled") against the sequential loop (``linear_scan_sequential``) and the
-    memory-traffic floor, float32, a, b: (B, T, D).
+               repeats: int = 7, warmup: int = 2, seed: int = 0) -> list[dict]:
+    """seqlib's PyTorch parallel scan (``linear_scan``, backend="torch") against the sequential
+    loop (``linear_scan_sequential``) and the memory-traffic floor, float32, a, b: (B, T, D).
 
     The floor is one fused elementwise pass over the same tensors, ``torch.addcmul(b, a, b)``
     (a * b + b: read a and b, write one tensor, as a scan must at least); its forward+backward is
     that expression's forward and backward through autograd. "fwd+bwd" runs the forward, then
     backward with a fixed upstream gradient into a and b. The three are interleaved in every
     repeat. Returns one row per (T, phase): median milliseconds and the ratios to the floor.
-    The compiled scan is called once per length before the timed runs (its first call compiles;
-    "compile s" is that call's time) and its backward pass is the eager one.
     """
     from seqlib.scan import linear_scan, linear_scan_sequential
     if repeats < 1 or warmup < 0:
@@ -111,17 +108,11 @@ def bench_scan(B: int = 4, D: int = 256, T: tuple[int, ...] = (256, 1024, 4096, 
     methods = {"floor": lambda a, b: torch.addcmul(b, a, b),
                "scan": lambda a, b: linear_scan(a, b, backend="torch"),
                "loop": linear_scan_sequential}
-    if compiled:
-        methods["compiled"] = lambda a, b: linear_scan(a, b, backend="compiled")
     rows = []
     g = torch.Generator().manual_seed(seed)
     for length in (T,) if isinstance(T, int) else T:
         a = 0.5 + 0.5 * torch.rand(B, length, D, generator=g)   # |a| < 1: a stable recurrence
         b, dh = torch.randn(B, length, D, generator=g), torch.randn(B, length, D, generator=g)
-        if compiled:
-            t0 = time.perf_counter()
-            linear_scan(a, b, backend="compiled")
-            compile_s = time.perf_counter() - t0
         for phase in ("forward", "fwd+bwd"):
             samples = {name: [] for name in methods}
             for i in range(warmup + repeats):
@@ -141,10 +132,6 @@ def bench_scan(B: int = 4, D: int = 256, T: tuple[int, ...] = (256, 1024, 4096, 
             rows.append({"T": length, "phase": phase, "floor ms": ms["floor"], "scan ms": ms["scan"],
                          "loop ms": ms["loop"], "scan / floor": ms["scan"] / ms["floor"],
                          "loop / floor": ms["loop"] / ms["floor"], "loop / scan": ms["loop"] / ms["scan"]})
-            if compiled:
-                rows[-1].update({"compiled ms": ms["compiled"],
-                                 "compiled / floor": ms["compiled"] / ms["floor"],
-                                 "compile s": compile_s if phase == "forward" else 0.0})
         a.requires_grad_(False), b.requires_grad_(False)
     return rows
 
@@ -173,8 +160,6 @@ def main(argv=None) -> int:
     scan.add_argument("--B", type=int, default=4)
     scan.add_argument("--D", type=int, default=256)
     scan.add_argument("--T", type=int, nargs="+", default=[256, 1024, 4096, 16384])
-    scan.add_argument("--no-compiled", dest="compiled", action="store_false",
-                      help="leave out the torch.compile'd scan (it compiles for some seconds first)")
     for p in sub.choices.values():
         p.add_argument("--repeats", type=int, default=7, help="timed repeats (median is reported)")
         p.add_argument("--warmup", type=int, default=2, help="untimed runs first")

@@ -41,7 +41,6 @@ many gates below one never underflow, because they stay sums of logarithms (``lo
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -72,37 +71,30 @@ def linear_scan_sequential(a, b, h0=None, reverse=False):
     return torch.stack(hs, 1) if hs else b.clone()
 
 
-BACKENDS = ("auto", "torch", "compiled", "triton")
-
-
 def linear_scan(a, b, h0=None, reverse=False, backend="auto"):
     """All states of h_t = a_t * h_{t-1} + b_t (t = 0..T-1, h_{-1} = h0 or 0), in parallel.
 
     a, b: (B, T, D), real or complex, the same dtype and device; h0: (B, D) or None.
     reverse=True runs the recurrence from t = T-1 down to 0 (h_t = a_t * h_{t+1} + b_t).
-    backend: "torch" (the chunked scan here), "compiled" (the same algorithm with each chunk's
-    steps fused into one loop by ``torch.compile``, see ``_scan_compiled``; the first call per
-    dtype and width compiles for some seconds), "triton" (``seqlib.kernels.scan``; the
-    interpreter on a CPU), or "auto" (Triton for CUDA tensors, torch otherwise).
-    Differentiable in a, b and h0. Returns h: (B, T, D).
+    backend: "torch" (the chunked scan here), "triton" (``seqlib.kernels.scan``; the interpreter on a
+    CPU), or "auto" (Triton for CUDA tensors, torch otherwise). Differentiable in a, b and h0.
+    Returns h: (B, T, D).
     """
     a, b, h0 = _check(a, b, h0)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be one of ('auto', 'torch', 'triton'), got {backend!r}")
     if backend == "triton" or (backend == "auto" and a.is_cuda):
         from seqlib.kernels.scan import linear_scan_triton
         return linear_scan_triton(a, b, h0, reverse=reverse)
-    return LinearScan.apply(a, b, h0, reverse, backend == "compiled")
+    return LinearScan.apply(a, b, h0, reverse)
 
 
 class LinearScan(torch.autograd.Function):
-    """Forward: the chunked scan (compiled=True: ``_scan_compiled`` where it applies).
-    Backward: one chunked scan the other way (module docstring), in eager PyTorch."""
+    """Forward: the chunked scan. Backward: one chunked scan the other way (module docstring)."""
 
     @staticmethod
-    def forward(ctx, a, b, h0, reverse, compiled=False):
-        use_compiled = compiled and not reverse and not a.is_complex()
-        h = _scan_compiled(a, b, h0) if use_compiled else _scan(a, b, h0, reverse)
+    def forward(ctx, a, b, h0, reverse):
+        h = _scan(a, b, h0, reverse)
         ctx.reverse = reverse
         ctx.save_for_backward(a, h, h0)
         return h
@@ -110,7 +102,7 @@ class LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh):
         a, h, h0 = ctx.saved_tensors
-        return (*_scan_backward(a, h, h0, dh, ctx.reverse, ctx.needs_input_grad[0]), None, None)
+        return (*_scan_backward(a, h, h0, dh, ctx.reverse, ctx.needs_input_grad[0]), None)
 
 
 def _scan_backward(a, h, h0, dh, reverse, need_da=True):
@@ -197,68 +189,6 @@ def _scan(a, b, h0=None, reverse=False, out=None):
         tail = slice(0, r) if reverse else slice(n * C, T)
         _scan_loop(a[:, tail], b[:, tail], ov[:, 0, 0] if reverse else ov[:, -1, -1], reverse,
                    out[:, tail])
-    return out
-
-
-_COMPILED_CHUNK = 32  # chunk length of the compiled scan: its C steps are unrolled into one loop
-
-
-@functools.cache
-def _compiled_chunk_steps():
-    """Phases 1 and 3 of the chunked scan, forward in time, as two ``torch.compile`` functions
-    on chunks laid out as (M, C, D) (M = B * n chunks). Eagerly each of the C steps is its own
-    PyTorch operation over all chunks, reading a and b in strided rows; compiled (inductor's
-    C++ code), the C steps of a chunk run in one loop nest that keeps h in registers, so a and b
-    are streamed once per phase. C is fixed, the number of chunks M is dynamic: one compile per
-    dtype and width D."""
-    C = _COMPILED_CHUNK
-
-    def chunk_ends(a, b):      # -> (product of a over the chunk, end state from 0): (M, D) each
-        prod, h = a[:, 0], b[:, 0]
-        for t in range(1, C):
-            h = torch.addcmul(b[:, t], a[:, t], h)
-            prod = prod * a[:, t]
-        return prod, h
-
-    def chunk_states(a, b, h_in):   # h_in (M, D), the state entering each chunk -> h (M, C, D)
-        hs, h = [], h_in
-        for t in range(C):
-            h = torch.addcmul(b[:, t], a[:, t], h)
-            hs.append(h)
-        return torch.stack(hs, 1)
-
-    return (torch.compile(chunk_ends, fullgraph=True, dynamic=False),
-            torch.compile(chunk_states, fullgraph=True, dynamic=False))
-
-
-@torch.no_grad()
-def _scan_compiled(a, b, h0=None):
-    """The forward chunked scan of ``_scan`` (real dtypes), with phases 1 and 3 compiled. Phase 2,
-    the scan over the n chunk pairs, is the eager ``_scan`` (it is C times shorter)."""
-    B, T, D = b.shape
-    C = _COMPILED_CHUNK
-    n, r = divmod(T, C)
-    if n < 2:
-        return _scan(a, b, h0, False)
-    chunk_ends, chunk_states = _compiled_chunk_steps()
-    av, bv = (x[:, :n * C].reshape(B * n, C, D) for x in (a, b))
-    for x in (av, bv):
-        torch._dynamo.maybe_mark_dynamic(x, 0)       # new lengths and batches: no recompile
-    prod_a, end = (x.view(B, n, D) for x in chunk_ends(av, bv))
-    h_in = b.new_empty(B, n, D)
-    if h0 is None:
-        h_in[:, 0].zero_()
-    else:
-        h_in[:, 0].copy_(h0)
-    _scan(prod_a[:, :-1], end[:, :-1], h0, False, out=h_in[:, 1:])
-    h_in = h_in.view(B * n, D)
-    torch._dynamo.maybe_mark_dynamic(h_in, 0)
-    h_main = chunk_states(av, bv, h_in).view(B, n * C, D)
-    if not r:
-        return h_main
-    out = b.new_empty(B, T, D)
-    out[:, :n * C] = h_main
-    _scan_loop(a[:, n * C:], b[:, n * C:], h_main[:, -1], False, out[:, n * C:])
     return out
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from seqlib.bench import BENCHMARKS, bench_scan, format_rows
 
-TINY = dict(B=2, D=3, T=(40, 70), repeats=2, warmup=1, compiled=False)
+TINY = dict(B=2, D=3, T=(40, 70), repeats=2, warmup=1)
 
 
 def test_bench_scan_rows():
@@ -21,24 +21,15 @@ def test_bench_scan_rows():
     assert "fwd+bwd" in format_rows(rows) and BENCHMARKS["scan"] is bench_scan
 
 
-def test_bench_scan_times_the_compiled_scan_after_compiling_it():
-    rows = bench_scan(B=2, D=3, T=(40, 100), repeats=1, warmup=0)
-    for r in rows:
-        assert r["compiled ms"] > 0
-        assert r["compiled / floor"] == pytest.approx(r["compiled ms"] / r["floor ms"])
-    assert [r["compile s"] > 0 for r in rows] == [True, False, True, False]
-
-
 def test_bench_scan_accepts_one_length_and_checks_repeats():
-    assert [r["T"] for r in bench_scan(B=1, D=2, T=5, repeats=1, warmup=0, compiled=False)] == [5, 5]
+    assert [r["T"] for r in bench_scan(B=1, D=2, T=5, repeats=1, warmup=0)] == [5, 5]
     with pytest.raises(ValueError, match="repeats"):
         bench_scan(B=1, D=2, T=5, repeats=0)
 
 
 def test_command_line():
     out = subprocess.run([sys.executable, "-m", "seqlib.bench", "scan", "--B", "2", "--D", "3",
-                          "--T", "16", "40", "--repeats", "1", "--warmup", "0", "--threads", "1",
-                          "--no-compiled"],
+                          "--T", "16", "40", "--repeats", "1", "--warmup", "0", "--threads", "1"],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert "scan / floor" in out and "loop ms" in out and "1 threads" in out
     assert out.count("fwd+bwd") == 2

@@ -52,24 +52,6 @@ def test_float32_long_sequence_is_accurate():
     assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-5
 
 
-def test_compiled_backend_equals_the_loop_values_and_gradients():
-    # One dtype and width D = 3 (a compile per dtype and width); lengths below, at and between
-    # multiples of the compiled chunk (32), with and without h0, and the reverse direction and
-    # complex inputs, which fall back to the eager scan.
-    for T in (20, 64, 100, 1000):
-        a, b, h0 = (t.requires_grad_() for t in _inputs(T, torch.float64))
-        for h in (None, h0):
-            out, ref = (f(a, b, h) for f in (lambda *x: linear_scan(*x, backend="compiled"),
-                                            linear_scan_sequential))
-            torch.testing.assert_close(out, ref)
-            up = torch.randn_like(ref)
-            for x, y in zip(torch.autograd.grad(out, (a, b), up), torch.autograd.grad(ref, (a, b), up)):
-                torch.testing.assert_close(x, y)
-    a, b, h0 = _inputs(100, torch.complex128)
-    torch.testing.assert_close(linear_scan(a, b, h0, reverse=True, backend="compiled"),
-                               linear_scan_sequential(a, b, h0, reverse=True))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_combine_is_associative(dtype):
     # Triton's interpreter folds a custom combine sequentially, so it would not notice a combine
@@ -99,8 +81,3 @@ def test_combine_composes_steps():
 def test_bad_input(args, exc, match):
     with pytest.raises(exc, match=match):
         linear_scan(*args)
-
-
-def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'torch', 'compiled', 'triton'\), got 'cuda'"):
-        linear_scan(torch.ones(1, 4, 2), torch.ones(1, 4, 2), backend="cuda")
