@@ -101,8 +101,15 @@ def bench_scan(B: int = 4, D: int = 256, T: tuple[int, ...] = (256, 1024, 4096, 
     that expression's forward and backward through autograd. "fwd+bwd" runs the forward, then
     backward with a fixed upstream gradient into a and b. The three are interleaved in every
     repeat. Returns one row per (T, phase): median milliseconds and the ratios to the floor.
+
+    The forward rows also time, in the same repeats, the scan's two passes over a and b on their
+    own (``seqlib.scan._reduce_chunks`` and ``_rescan_chunks`` on the (B, T/C, C, D) chunk views):
+    "reduce / floor" and "rescan / floor". Their sum bounds from below what any schedule of the
+    same eager operations can reach. They are NaN where the scan is the plain loop (T <= 32) and
+    in the fwd+bwd rows.
     """
-    from seqlib.scan import linear_scan, linear_scan_sequential
+    from seqlib.scan import (_chunk_length, _reduce_chunks, _rescan_chunks, linear_scan,
+                             linear_scan_sequential)
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     methods = {"floor": lambda a, b: torch.addcmul(b, a, b),
@@ -113,10 +120,23 @@ def bench_scan(B: int = 4, D: int = 256, T: tuple[int, ...] = (256, 1024, 4096, 
     for length in (T,) if isinstance(T, int) else T:
         a = 0.5 + 0.5 * torch.rand(B, length, D, generator=g)   # |a| < 1: a stable recurrence
         b, dh = torch.randn(B, length, D, generator=g), torch.randn(B, length, D, generator=g)
+        C = _chunk_length(length)
+        passes = {}
+        if C is not None:                       # the scan's two passes, on the chunk views
+            n = length // C
+            chunks = lambda x: x[:, :n * C].unflatten(1, (n, C))          # noqa: E731
+            h_in = torch.zeros(B, n, D)
+            passes = {"reduce": lambda a, b: _reduce_chunks(chunks(a), chunks(b)),
+                      "rescan": lambda a, b: _rescan_chunks(chunks(a), chunks(b), h_in,
+                                                            chunks(torch.empty_like(b)))}
         for phase in ("forward", "fwd+bwd"):
-            samples = {name: [] for name in methods}
+            timed = dict(methods)               # floor, scan, [reduce, rescan,] loop
+            if phase == "forward":
+                timed = {"floor": timed["floor"], "scan": timed["scan"], **passes,
+                         "loop": timed["loop"]}
+            samples = {name: [] for name in timed}
             for i in range(warmup + repeats):
-                for name, fn in methods.items():
+                for name, fn in timed.items():
                     a_, b_ = (a.requires_grad_(), b.requires_grad_()) if phase == "fwd+bwd" else \
                         (a.detach(), b.detach())
                     t0 = time.perf_counter()
@@ -129,9 +149,12 @@ def bench_scan(B: int = 4, D: int = 256, T: tuple[int, ...] = (256, 1024, 4096, 
                     if i >= warmup:
                         samples[name].append(elapsed)
             ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
+            nan = float("nan")
             rows.append({"T": length, "phase": phase, "floor ms": ms["floor"], "scan ms": ms["scan"],
                          "loop ms": ms["loop"], "scan / floor": ms["scan"] / ms["floor"],
-                         "loop / floor": ms["loop"] / ms["floor"], "loop / scan": ms["loop"] / ms["scan"]})
+                         "loop / floor": ms["loop"] / ms["floor"], "loop / scan": ms["loop"] / ms["scan"],
+                         "reduce / floor": ms.get("reduce", nan) / ms["floor"],
+                         "rescan / floor": ms.get("rescan", nan) / ms["floor"]})
         a.requires_grad_(False), b.requires_grad_(False)
     return rows
 

@@ -161,16 +161,10 @@ def _scan(a, b, h0=None, reverse=False, out=None):
     n, r = divmod(T, C)                       # n chunks; r leftover steps, scanned at the end
     main = slice(r, T) if reverse else slice(0, n * C)
     av, bv, ov = (x[:, main].unflatten(1, (n, C)) for x in (a, b, out))   # (B, n, C, D) views
-    steps = range(C - 1, -1, -1) if reverse else range(C)
     # 1. chunk pairs, for every chunk whose end state another chunk reads
     reads, edge = (slice(1, n), n - 1) if reverse else (slice(0, n - 1), 0)
     ends = slice(0, n - 1) if reverse else slice(1, n)         # the chunks that receive them
-    a_red, b_red = av[:, reads], bv[:, reads]
-    prod_a = a_red.prod(2)
-    a_st, b_st = a_red.unbind(2), b_red.unbind(2)   # the C step views in one call each: cheaper
-    end = torch.addcmul(b_st[steps[1]], a_st[steps[1]], b_st[steps[0]])   # than indexing per step
-    for t in steps[2:]:
-        torch.addcmul(b_st[t], a_st[t], end, out=end)
+    prod_a, end = _reduce_chunks(av[:, reads], bv[:, reads], reverse)
     # 2. the state entering each chunk
     h_in = b.new_empty(B, n, D)
     if h0 is None:
@@ -180,16 +174,40 @@ def _scan(a, b, h0=None, reverse=False, out=None):
     if n > 1:
         _scan(prod_a, end, h0, reverse, out=h_in[:, ends])
     # 3. rescan each chunk from its entering state
-    prev = h_in
-    a_st, b_st, o_st = av.unbind(2), bv.unbind(2), ov.unbind(2)
-    for t in steps:
-        torch.addcmul(b_st[t], a_st[t], prev, out=o_st[t])
-        prev = o_st[t]
+    _rescan_chunks(av, bv, h_in, ov, reverse)
     if r:  # the leftover steps continue from the last state of the chunked part
         tail = slice(0, r) if reverse else slice(n * C, T)
         _scan_loop(a[:, tail], b[:, tail], ov[:, 0, 0] if reverse else ov[:, -1, -1], reverse,
                    out[:, tail])
     return out
+
+
+def _reduce_chunks(av, bv, reverse=False):
+    """Phase 1, one pass over a and b: every chunk of ``av``, ``bv`` (B, n, C, D) reduced to its
+    pair (product of its a, its end state when started from 0), each (B, n, D). The loop runs
+    over the C steps of a chunk; each step is one operation on all n chunks."""
+    C = av.shape[2]
+    steps = range(C - 1, -1, -1) if reverse else range(C)
+    prod_a = av.prod(2)
+    a_st, b_st = av.unbind(2), bv.unbind(2)   # the C step views in one call each: cheaper
+    if C == 1:                                # than indexing per step
+        return prod_a, b_st[0].clone()
+    end = torch.addcmul(b_st[steps[1]], a_st[steps[1]], b_st[steps[0]])
+    for t in steps[2:]:
+        torch.addcmul(b_st[t], a_st[t], end, out=end)
+    return prod_a, end
+
+
+def _rescan_chunks(av, bv, h_in, ov, reverse=False):
+    """Phase 3, a second pass over a and b: every chunk rescanned from its entering state
+    ``h_in`` (B, n, D), all chunks at once, the states written into ``ov`` (B, n, C, D)."""
+    C = av.shape[2]
+    prev = h_in
+    a_st, b_st, o_st = av.unbind(2), bv.unbind(2), ov.unbind(2)
+    for t in (range(C - 1, -1, -1) if reverse else range(C)):
+        torch.addcmul(b_st[t], a_st[t], prev, out=o_st[t])
+        prev = o_st[t]
+    return ov
 
 
 def _scan_loop(a, b, h0, reverse, out):
