@@ -57,4 +57,5 @@ def test_command_line():
                           "--T", "16", "40", "--repeats", "1", "--warmup", "0", "--threads", "1"],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert "scan / floor" in out and "loop ms" in out and "1 threads" in out
+    assert "best of 1 repeats" in out    # the scan benchmark reports the best repeat
     assert out.count("fwd+bwd") == 2
