@@ -182,16 +182,18 @@ def _scan(a, b, h0=None, reverse=False, out=None):
     return out
 
 
+def _in_time_order(length, reverse):
+    """The step indices 0..length-1 in the order the recurrence visits them."""
+    return range(length - 1, -1, -1) if reverse else range(length)
+
+
 def _reduce_chunks(av, bv, reverse=False):
-    """Phase 1, one pass over a and b: every chunk of ``av``, ``bv`` (B, n, C, D) reduced to its
-    pair (product of its a, its end state when started from 0), each (B, n, D). The loop runs
-    over the C steps of a chunk; each step is one operation on all n chunks."""
-    C = av.shape[2]
-    steps = range(C - 1, -1, -1) if reverse else range(C)
+    """Phase 1, one pass over a and b: every chunk of ``av``, ``bv`` (B, n, C, D), C >= 2, reduced
+    to its pair (product of its a, its end state when started from 0), each (B, n, D). The loop
+    runs over the C steps of a chunk; each step is one operation on all n chunks."""
+    steps = _in_time_order(av.shape[2], reverse)
     prod_a = av.prod(2)
     a_st, b_st = av.unbind(2), bv.unbind(2)   # the C step views in one call each: cheaper
-    if C == 1:                                # than indexing per step
-        return prod_a, b_st[0].clone()
     end = torch.addcmul(b_st[steps[1]], a_st[steps[1]], b_st[steps[0]])
     for t in steps[2:]:
         torch.addcmul(b_st[t], a_st[t], end, out=end)
@@ -201,10 +203,9 @@ def _reduce_chunks(av, bv, reverse=False):
 def _rescan_chunks(av, bv, h_in, ov, reverse=False):
     """Phase 3, a second pass over a and b: every chunk rescanned from its entering state
     ``h_in`` (B, n, D), all chunks at once, the states written into ``ov`` (B, n, C, D)."""
-    C = av.shape[2]
     prev = h_in
     a_st, b_st, o_st = av.unbind(2), bv.unbind(2), ov.unbind(2)
-    for t in (range(C - 1, -1, -1) if reverse else range(C)):
+    for t in _in_time_order(av.shape[2], reverse):
         torch.addcmul(b_st[t], a_st[t], prev, out=o_st[t])
         prev = o_st[t]
     return ov
@@ -214,7 +215,7 @@ def _scan_loop(a, b, h0, reverse, out):
     """The sequential scan into ``out``, vectorised over B and D, without autograd."""
     h = h0
     a_st, b_st, o_st = a.unbind(1), b.unbind(1), out.unbind(1)
-    for t in (range(b.shape[1] - 1, -1, -1) if reverse else range(b.shape[1])):
+    for t in _in_time_order(b.shape[1], reverse):
         if h is None:
             o_st[t].copy_(b_st[t])
         else:
